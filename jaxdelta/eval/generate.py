@@ -67,7 +67,7 @@ def _prefill(graphdef, params, ids, mask, *, cache_len: int):
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "max_new", "greedy", "top_k", "use_top_p"))
-def _decode(graphdef, params, cache, logits, next_pos, key, temperature, top_p, eos_ids, pad_id, *,
+def _decode(graphdef, params, cache, logits, next_pos, key, temperature, top_p, eos_ids, pad_id, limit, *,
             max_new: int, greedy: bool, top_k: int, use_top_p: bool):
     model = merge_params(graphdef, params)
     b = logits.shape[0]
@@ -84,7 +84,7 @@ def _decode(graphdef, params, cache, logits, next_pos, key, temperature, top_p, 
 
     def cond(state):
         i, _, _, _, done, _, _ = state
-        return (i < max_new) & ~jnp.all(done)
+        return (i < limit) & ~jnp.all(done)
 
     def body(state):
         i, cache, tok, pos, done, key, out = state
@@ -102,6 +102,9 @@ def generate_ids(model, prompt_ids: Sequence[Sequence[int]], *, max_new_tokens: 
                  eos_token_ids: Sequence[int] = (), pad_token_id: int = 0, batch_size: int = 16,
                  progress: bool = False) -> np.ndarray:
     """Generate from token-id prompts; returns ``(n_prompts, max_new_tokens)`` int32 new tokens.
+
+    The output buffer and cache are sized by the bucket of ``max_new_tokens``; the loop runs exactly
+    ``max_new_tokens`` steps (fewer when every row has ended).
 
     After a row emits an EOS id, the rest of its row is ``pad_token_id`` (as transformers does).
     """
@@ -147,7 +150,8 @@ def generate_ids(model, prompt_ids: Sequence[Sequence[int]], *, max_new_tokens: 
                                            cache_len=p + new_bucket)
         key = jax.random.fold_in(jax.random.key(seed), bi)
         out = _decode(graphdef, params, cache, logits, next_pos, key, jnp.float32(max(temperature, 1e-6)),
-                      jnp.float32(top_p), eos, jnp.int32(pad_token_id), max_new=new_bucket, greedy=greedy,
+                      jnp.float32(top_p), eos, jnp.int32(pad_token_id), jnp.int32(max_new_tokens),
+                      max_new=new_bucket, greedy=greedy,
                       top_k=int(top_k), use_top_p=top_p < 1.0)
         results[start:start + len(chunk)] = np.asarray(out)[: len(chunk), :max_new_tokens]
     return results
