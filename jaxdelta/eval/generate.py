@@ -57,17 +57,17 @@ def _sample(logits, key, temperature, top_p, *, greedy: bool, top_k: int, use_to
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "cache_len"))
-def _prefill(graphdef, params, ids, mask, *, cache_len: int):
+def _prefill(graphdef, params, ids, mask, tenant_ids, *, cache_len: int):
     model = merge_params(graphdef, params)
     b = ids.shape[0]
     cache = KVCache.init(model.config, b, cache_len, dtype=model.dtype)
     positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0).astype(jnp.int32)
-    out = model.forward(ids, mask, positions=positions, cache=cache)
+    out = model.forward(ids, mask, positions=positions, cache=cache, tenant_ids=tenant_ids)
     return out.cache, out.logits[:, -1].astype(jnp.float32), positions[:, -1] + 1
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "max_new", "greedy", "top_k", "use_top_p"))
-def _decode(graphdef, params, cache, logits, next_pos, key, temperature, top_p, eos_ids, pad_id, limit, *,
+def _decode(graphdef, params, cache, logits, next_pos, key, temperature, top_p, eos_ids, pad_id, limit, tenant_ids, *,
             max_new: int, greedy: bool, top_k: int, use_top_p: bool):
     model = merge_params(graphdef, params)
     b = logits.shape[0]
@@ -88,7 +88,8 @@ def _decode(graphdef, params, cache, logits, next_pos, key, temperature, top_p, 
 
     def body(state):
         i, cache, tok, pos, done, key, out = state
-        o = model.forward(tok[:, None], jnp.ones((b, 1), jnp.int32), positions=pos[:, None], cache=cache)
+        o = model.forward(tok[:, None], jnp.ones((b, 1), jnp.int32), positions=pos[:, None], cache=cache,
+                          tenant_ids=tenant_ids)
         key, sk = jax.random.split(key)
         tok, done = pick(o.logits[:, -1].astype(jnp.float32), sk, done)
         return i + 1, o.cache, tok, pos + 1, done, key, out.at[:, i].set(tok)
@@ -100,13 +101,15 @@ def _decode(graphdef, params, cache, logits, next_pos, key, temperature, top_p, 
 def generate_ids(model, prompt_ids: Sequence[Sequence[int]], *, max_new_tokens: int = 64,
                  temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0, seed: int = 0,
                  eos_token_ids: Sequence[int] = (), pad_token_id: int = 0, batch_size: int = 16,
-                 progress: bool = False) -> np.ndarray:
+                 progress: bool = False, tenant_ids: Sequence[int] | None = None) -> np.ndarray:
     """Generate from token-id prompts; returns ``(n_prompts, max_new_tokens)`` int32 new tokens.
 
     The output buffer and cache are sized by the bucket of ``max_new_tokens``; the loop runs exactly
     ``max_new_tokens`` steps (fewer when every row has ended).
 
     After a row emits an EOS id, the rest of its row is ``pad_token_id`` (as transformers does).
+    ``tenant_ids`` (one per prompt) picks each prompt's fine-tune in a multi-tenant serving model
+    (:func:`jaxdelta.serving.unmerged_model`).
     """
     if max_new_tokens < 1:
         raise JaxDeltaError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -116,6 +119,12 @@ def generate_ids(model, prompt_ids: Sequence[Sequence[int]], *, max_new_tokens: 
     prompts = [list(map(int, p)) for p in prompt_ids]
     if not prompts or any(len(p) == 0 for p in prompts):
         raise JaxDeltaError("every prompt must have at least one token")
+    tenants = np.zeros(len(prompts), np.int32) if tenant_ids is None else np.asarray(tenant_ids, np.int32)
+    if tenants.shape != (len(prompts),):
+        raise JaxDeltaError(f"need one tenant id per prompt: {len(prompts)} prompts, {tenants.size} tenant ids")
+    n_tenants = getattr(model, "num_tenants", 1)
+    if tenants.size and (tenants.min() < 0 or tenants.max() >= n_tenants):
+        raise JaxDeltaError(f"tenant ids must lie in [0, {n_tenants}) for a model serving {n_tenants} fine-tune(s)")
     ctx = model.config.max_position_embeddings
     longest = max(map(len, prompts))
     if longest > ctx:
@@ -143,15 +152,17 @@ def generate_ids(model, prompt_ids: Sequence[Sequence[int]], *, max_new_tokens: 
         p = min(bucket(max(map(len, chunk))), max(ctx, max(map(len, chunk))))
         ids = np.full((b, p), pad_token_id, np.int32)
         mask = np.zeros((b, p), np.int32)
+        tids = np.zeros((b,), np.int32)
+        tids[: len(chunk)] = tenants[start:start + len(chunk)]
         for r, seq in enumerate(chunk):
             ids[r, p - len(seq):] = seq
             mask[r, p - len(seq):] = 1
         cache, logits, next_pos = _prefill(graphdef, params, jnp.asarray(ids), jnp.asarray(mask),
-                                           cache_len=p + new_bucket)
+                                           jnp.asarray(tids), cache_len=p + new_bucket)
         key = jax.random.fold_in(jax.random.key(seed), bi)
         out = _decode(graphdef, params, cache, logits, next_pos, key, jnp.float32(max(temperature, 1e-6)),
                       jnp.float32(top_p), eos, jnp.int32(pad_token_id), jnp.int32(max_new_tokens),
-                      max_new=new_bucket, greedy=greedy,
+                      jnp.asarray(tids), max_new=new_bucket, greedy=greedy,
                       top_k=int(top_k), use_top_p=top_p < 1.0)
         results[start:start + len(chunk)] = np.asarray(out)[: len(chunk), :max_new_tokens]
     return results
@@ -176,12 +187,14 @@ def format_prompt(tokenizer, prompt: str, chat: bool, system_prompt: str | None 
 def generate(model, tokenizer, prompts: str | Sequence[str], *, max_new_tokens: int = 64,
              temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0, seed: int = 0,
              chat: bool = False, system_prompt: str | None = None, stop: Sequence[str] | None = None,
-             batch_size: int = 16, return_ids: bool = False, progress: bool = False):
+             batch_size: int = 16, return_ids: bool = False, progress: bool = False,
+             tenant_ids: Sequence[int] | None = None):
     """Generate completions for ``prompts``.
 
     Greedy when ``temperature == 0`` (the default), else sampling with ``top_k`` (0 = off) and
     ``top_p`` (1 = off) from ``seed``. Returns the list of texts, or a :class:`GenerationResult` with
-    the token ids too when ``return_ids``.
+    the token ids too when ``return_ids``. ``tenant_ids`` (one per prompt) selects each prompt's
+    fine-tune in a multi-tenant serving model.
     """
     single = isinstance(prompts, str)
     prompts = [prompts] if single else list(prompts)
@@ -192,7 +205,7 @@ def generate(model, tokenizer, prompts: str | Sequence[str], *, max_new_tokens: 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (min(eos) if eos else 0)
     out = generate_ids(model, prompt_ids, max_new_tokens=max_new_tokens, temperature=temperature,
                        top_p=top_p, top_k=top_k, seed=seed, eos_token_ids=sorted(eos), pad_token_id=pad,
-                       batch_size=batch_size, progress=progress)
+                       batch_size=batch_size, progress=progress, tenant_ids=tenant_ids)
     texts, ids = [], []
     for row in out:
         row = row.tolist()

@@ -76,7 +76,7 @@ class Linear(nnx.Module):
         self.bias = nnx.Param(jnp.zeros((out_features,), param_dtype)) if bias else None
         self.dtype = dtype
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, tenant_ids: jax.Array | None = None) -> jax.Array:
         w = self.weight[...].astype(self.dtype)
         y = jnp.einsum("...i,oi->...o", x.astype(self.dtype), w)
         if self.bias is not None:
@@ -89,10 +89,10 @@ class Embedding(nnx.Module):
         self.weight = nnx.Param(jax.random.normal(rngs.params(), (num, features), param_dtype) * std)
         self.dtype = dtype
 
-    def __call__(self, ids: jax.Array) -> jax.Array:
+    def __call__(self, ids: jax.Array, tenant_ids: jax.Array | None = None) -> jax.Array:
         return jnp.take(self.weight[...], ids, axis=0).astype(self.dtype)
 
-    def attend(self, x: jax.Array) -> jax.Array:
+    def attend(self, x: jax.Array, tenant_ids: jax.Array | None = None) -> jax.Array:
         """Tied LM head: ``x @ weight.T``."""
         return jnp.einsum("...h,vh->...v", x, self.weight[...].astype(self.dtype))
 
@@ -103,11 +103,16 @@ class RMSNorm(nnx.Module):
         self.eps = eps
         self.dtype = dtype
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        in_dtype = x.dtype
-        h = x.astype(jnp.float32)
-        h = h * jax.lax.rsqrt(jnp.mean(h * h, axis=-1, keepdims=True) + self.eps)
-        return (self.weight[...].astype(self.dtype) * h.astype(in_dtype)).astype(self.dtype)
+    def __call__(self, x: jax.Array, tenant_ids: jax.Array | None = None) -> jax.Array:
+        return rms_norm(x, self.weight[...], self.eps, self.dtype)
+
+
+def rms_norm(x: jax.Array, weight: jax.Array, eps: float, dtype) -> jax.Array:
+    """transformers' LlamaRMSNorm: normalise in float32, cast back, then multiply by the weight."""
+    in_dtype = x.dtype
+    h = x.astype(jnp.float32)
+    h = h * jax.lax.rsqrt(jnp.mean(h * h, axis=-1, keepdims=True) + eps)
+    return (weight.astype(dtype) * h.astype(in_dtype)).astype(dtype)
 
 
 class Attention(nnx.Module):
@@ -123,11 +128,11 @@ class Attention(nnx.Module):
         self.window = c.window_for_layer(layer)
         self.dtype = dtype
 
-    def __call__(self, x, cos, sin, allowed, kv_cache: tuple[jax.Array, jax.Array] | None, start):
+    def __call__(self, x, cos, sin, allowed, kv_cache: tuple[jax.Array, jax.Array] | None, start, tenant_ids=None):
         b, s, _ = x.shape
-        q = self.q_proj(x).reshape(b, s, self.n_heads, self.head_dim)
-        k = self.k_proj(x).reshape(b, s, self.n_kv, self.head_dim)
-        v = self.v_proj(x).reshape(b, s, self.n_kv, self.head_dim)
+        q = self.q_proj(x, tenant_ids).reshape(b, s, self.n_heads, self.head_dim)
+        k = self.k_proj(x, tenant_ids).reshape(b, s, self.n_kv, self.head_dim)
+        v = self.v_proj(x, tenant_ids).reshape(b, s, self.n_kv, self.head_dim)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if kv_cache is not None:
             ck, cv = kv_cache
@@ -143,7 +148,7 @@ class Attention(nnx.Module):
         scores = jnp.where(mask[:, None, None], scores.astype(jnp.float32), jnp.finfo(jnp.float32).min)
         probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
         out = jnp.einsum("bkgst,btkd->bskgd", probs, v.astype(self.dtype)).reshape(b, s, -1)
-        return self.o_proj(out), new_cache
+        return self.o_proj(out, tenant_ids), new_cache
 
 
 class MLP(nnx.Module):
@@ -155,8 +160,9 @@ class MLP(nnx.Module):
         self.down_proj = Linear(c.intermediate_size, c.hidden_size, **kw)
         self.act = c.hidden_act
 
-    def __call__(self, x):
-        return self.down_proj(_ACT[self.act](self.gate_proj(x)) * self.up_proj(x))
+    def __call__(self, x, tenant_ids=None):
+        t = tenant_ids
+        return self.down_proj(_ACT[self.act](self.gate_proj(x, t)) * self.up_proj(x, t), t)
 
 
 class DecoderLayer(nnx.Module):
@@ -167,10 +173,11 @@ class DecoderLayer(nnx.Module):
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, **kw)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, **kw)
 
-    def __call__(self, x, cos, sin, allowed, kv_cache, start):
-        h, new_cache = self.self_attn(self.input_layernorm(x), cos, sin, allowed, kv_cache, start)
+    def __call__(self, x, cos, sin, allowed, kv_cache, start, tenant_ids=None):
+        t = tenant_ids
+        h, new_cache = self.self_attn(self.input_layernorm(x, t), cos, sin, allowed, kv_cache, start, t)
         x = x + h
-        x = x + self.mlp(self.post_attention_layernorm(x))
+        x = x + self.mlp(self.post_attention_layernorm(x, t), t)
         return x, new_cache
 
 
@@ -199,17 +206,20 @@ class LlamaForCausalLM(nnx.Module):
         else:
             self.lm_head = None
 
-    def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None) -> jax.Array:
-        return self.forward(input_ids, attention_mask).logits
+    def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None, *,
+                 tenant_ids: jax.Array | None = None) -> jax.Array:
+        return self.forward(input_ids, attention_mask, tenant_ids=tenant_ids).logits
 
-    def lm_logits(self, hidden: jax.Array) -> jax.Array:
+    def lm_logits(self, hidden: jax.Array, tenant_ids: jax.Array | None = None) -> jax.Array:
         """Final norm + LM head on residual-stream states (LogitLens uses this on every layer)."""
-        h = self.model.norm(hidden)
-        return self.lm_head(h) if self.lm_head is not None else self.model.embed_tokens.attend(h)
+        h = self.model.norm(hidden, tenant_ids)
+        if self.lm_head is not None:
+            return self.lm_head(h, tenant_ids)
+        return self.model.embed_tokens.attend(h, tenant_ids)
 
     def forward(self, input_ids: jax.Array, attention_mask: jax.Array | None = None, *,
                 positions: jax.Array | None = None, cache: KVCache | None = None,
-                output_hidden_states: bool = False) -> CausalLMOutput:
+                output_hidden_states: bool = False, tenant_ids: jax.Array | None = None) -> CausalLMOutput:
         """Run the decoder.
 
         Args:
@@ -221,6 +231,8 @@ class LlamaForCausalLM(nnx.Module):
           cache: a :class:`KVCache`; the new keys/values are written at ``cache.index``.
           output_hidden_states: also return the residual stream after the embedding and after every
             layer (``num_hidden_layers + 1`` arrays, none of them normalised).
+          tenant_ids: ``(batch,)`` which stacked fine-tune each row uses, for a multi-tenant serving
+            model (:mod:`jaxdelta.serving`); ignored by an ordinary model.
         """
         c = self.config
         b, s = input_ids.shape
@@ -243,19 +255,19 @@ class LlamaForCausalLM(nnx.Module):
         for w in {c.window_for_layer(i) for i in range(c.num_hidden_layers)} - {None}:
             allowed[w] = base & ((q_slots[:, None] - k_slots[None, :]) < w)[None]
 
-        x = self.model.embed_tokens(input_ids)
+        x = self.model.embed_tokens(input_ids, tenant_ids)
         cos, sin = rope_cos_sin(c, positions, self.dtype)
         hidden = [x] if output_hidden_states else None
         new_k, new_v = [], []
         for i, layer in enumerate(self.model.layers):
             kv = (cache.k[i], cache.v[i]) if cache is not None else None
-            x, upd = layer(x, cos, sin, allowed, kv, start)
+            x, upd = layer(x, cos, sin, allowed, kv, start, tenant_ids)
             if upd is not None:
                 new_k.append(upd[0])
                 new_v.append(upd[1])
             if output_hidden_states:
                 hidden.append(x)
-        logits = self.lm_logits(x)
+        logits = self.lm_logits(x, tenant_ids)
         new_cache = None
         if cache is not None:
             new_cache = KVCache(k=tuple(new_k), v=tuple(new_v), mask=kv_mask, index=start + s)

@@ -21,8 +21,8 @@ def key_to_path(key: str) -> tuple:
 
 
 def split_params(model: nnx.Module) -> tuple[nnx.GraphDef, dict[str, jax.Array]]:
-    """``(graphdef, {hf_key: array})`` of a model's parameters."""
-    graphdef, state = nnx.split(model, nnx.Param)
+    """``(graphdef, {hf_key: array})`` of a model's variables (for an ordinary model: its parameters)."""
+    graphdef, state = nnx.split(model)  # every variable (Params, and packed sign bits of a serving model)
     return graphdef, {path_to_key(p): v.get_value() for p, v in nnx.to_flat_state(state)}
 
 
