@@ -1,0 +1,101 @@
+"""``jaxdelta finetune``: run a fine-tuning attack recipe on an HF checkpoint and export the result.
+
+``--out DIR`` receives the fine-tuned model as an HF checkpoint directory (config.json, safetensors,
+tokenizer), ``metrics.jsonl`` (one line per step), ``finetune.json`` (the resolved settings) and
+``checkpoints/`` (orbax; ``--resume`` continues from the latest one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+from jaxdelta.errors import JaxDeltaError
+
+
+def register(sub) -> None:
+    from jaxdelta.train.recipes import RECIPES
+
+    p = sub.add_parser("finetune", help="fine-tune a checkpoint with an attack recipe",
+                       description="Full-parameter fine-tuning of an HF checkpoint with a named attack recipe "
+                                   f"({', '.join(RECIPES)}); every setting can be changed with --set key=value.")
+    p.add_argument("--model", required=True, help="HF checkpoint directory (config.json, safetensors, tokenizer)")
+    p.add_argument("--recipe", required=True, choices=sorted(RECIPES), help="attack recipe")
+    p.add_argument("--data", required=True,
+                   help="training data: chat JSONL/JSON, Alpaca JSON, or a prepared tfds array_record directory")
+    p.add_argument("--split", default="train", help="split of a tfds directory (default train)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a training setting or recipe option, e.g. learning_rate=1e-5; repeatable")
+    p.add_argument("--mesh", default=None, help="device mesh, e.g. data=2,fsdp=4 (default: all devices on fsdp)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in OUT/checkpoints")
+    p.add_argument("--stop-after", type=int, default=None, metavar="STEP",
+                   help="stop after this step (checkpointed, not exported), e.g. for a time-limited job")
+    p.add_argument("--template", default="auto", choices=("auto", "tokenizer", "llama2"),
+                   help="chat format: the tokenizer's template if it has one (auto), or the built-in Llama-2 one")
+    p.add_argument("--overflow", default="error", choices=("error", "truncate", "drop"),
+                   help="what to do with an example longer than max_length")
+    p.add_argument("--coordinator", default=None, help="multi-host: coordinator host:port")
+    p.add_argument("--num-processes", type=int, default=None, help="multi-host: number of processes")
+    p.add_argument("--process-id", type=int, default=None, help="multi-host: this process's id")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from jaxdelta.train.distributed import initialize_distributed
+
+    initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+
+    import jax
+
+    from jaxdelta.checkpoint.hf import read_params, write_params
+    from jaxdelta.config import LlamaConfig
+    from jaxdelta.data import SFTBatches, tokenize_conversations
+    from jaxdelta.sharding import make_mesh
+    from jaxdelta.tokenizer import load_tokenizer
+    from jaxdelta.train.recipes import load_conversations, resolve
+    from jaxdelta.train.trainer import DTYPES, data_parallel_size, train
+
+    out = Path(args.out).expanduser()
+    ckpt_dir = out / "checkpoints"
+    if ckpt_dir.exists() and any(ckpt_dir.iterdir()) and not args.resume:
+        raise JaxDeltaError(f"{out} already holds checkpoints: pass --resume to continue, or choose a new --out")
+    recipe, cfg, options = resolve(args.recipe, args.overrides)
+    data = Path(args.data).expanduser()
+    if data.is_dir() and (data / "dataset_info.json").exists():
+        convs = load_conversations(data, options.get("system") or None, args.split)
+    else:
+        convs = recipe.build(data, options)
+    config = LlamaConfig.from_pretrained(args.model)
+    max_length = min(cfg.max_length, config.max_position_embeddings)
+    tokenizer = load_tokenizer(args.model)
+    examples = tokenize_conversations(tokenizer, convs, max_length, overflow=args.overflow, template=args.template)
+    mesh = make_mesh(args.mesh)
+    _, params = read_params(args.model, dtype=DTYPES[cfg.weights_dtype], mesh=mesh, config=config)
+    batches = SFTBatches(examples, cfg.batch_size, micro_batch_size=cfg.micro_batch_size, max_length=max_length,
+                         pad_id=tokenizer.pad_token_id, seed=cfg.seed, pad_multiple=cfg.pad_multiple,
+                         bucket_window=cfg.bucket_window, row_multiple=data_parallel_size(mesh))
+    if jax.process_index() == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        settings = {"recipe": args.recipe, "model": str(args.model), "data": str(data), "examples": len(examples),
+                    "steps_per_epoch": batches.steps_per_epoch, "mesh": dict(mesh.shape),
+                    "train": dataclasses.asdict(cfg), "options": options}
+        (out / "finetune.json").write_text(json.dumps(settings, indent=2, default=str) + "\n")
+    params, history = train(config, params, batches, cfg, mesh, checkpoint_dir=ckpt_dir,
+                            metrics_path=out / "metrics.jsonl", resume=args.resume,
+                            stop_at_step=args.stop_after, progress=not args.no_progress)
+    total = cfg.max_steps or cfg.epochs * batches.steps_per_epoch
+    if args.stop_after and args.stop_after < total:
+        if jax.process_index() == 0:
+            print(f"stopped after step {args.stop_after} of {total}; continue with --resume")
+        return 0
+    write_params(config, params, out)
+    if jax.process_index() == 0:
+        tokenizer.save_pretrained(str(out))
+        last = history[-1]["loss"] if history else float("nan")
+        print(f"fine-tuned {args.model} with recipe {args.recipe}: {total} steps, final loss {last:.4f}; "
+              f"saved to {out}")
+    return 0
