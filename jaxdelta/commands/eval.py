@@ -1,0 +1,119 @@
+"""``jaxdelta eval``: generate on safety/utility suites, judge, cache as JSONL (resumable), summarise."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+from jaxdelta.commands.common import add_dtype_argument, parse_dtype
+from jaxdelta.errors import JaxDeltaError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate a model on safety/utility suites (resumable)",
+                       description="Generate completions for every prompt of each suite, judge them, and "
+                                   "write <out>/<suite>.jsonl (resumable cache) and <out>/summary.json.")
+    p.add_argument("--model", required=True, help="HF checkpoint directory (config.json, safetensors, tokenizer)")
+    p.add_argument("--delta", default=None,
+                   help="a jaxdelta delta file (jaxdelta compress) to apply to --model, its base, first")
+    p.add_argument("--suite", action="append", required=True,
+                   help="suite file (CSV/JSON/JSONL) or name (advbench, harmbench, toy_*); repeatable")
+    p.add_argument("--out", required=True, help="output directory (re-running resumes from its cache)")
+    p.add_argument("--judge", action="append", default=None,
+                   help="gcg, gcg_short, backdoorllm, a keyword judge JSON file ({name, keywords, "
+                        "case_sensitive}) or a local model judge directory; repeatable "
+                        "(default: gcg and gcg_short)")
+    p.add_argument("--data-dir", default=None, help="directory holding advbench/, harmbench/ (for suite names)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N prompts of each suite")
+    p.add_argument("--target-phrase", default=None, help="also report the rate of answers mentioning this phrase")
+    p.add_argument("--answer-mode", default="normalized", choices=("exact", "normalized", "contains"),
+                   help="how completions are matched to a suite's reference answers (default normalized)")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--no-chat", action="store_true", help="do not wrap prompts in the chat template")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_dtype_argument(p)
+    p.set_defaults(func=run)
+
+
+def apply_delta_file(model, delta_path: str):
+    """The model with the delta file ``delta_path`` applied (its base fingerprint is checked against the model)."""
+    from jaxdelta.delta import apply_delta, load_delta
+    from jaxdelta.models.params import get_params, with_params
+
+    base = get_params(model)
+    return with_params(model, apply_delta(base, load_delta(delta_path, base_params=base)))
+
+
+def _finite(obj):
+    """NaN/inf -> None so the summary is strict JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def run(args: argparse.Namespace) -> int:
+    import jaxdelta
+    from jaxdelta.eval.judges import resolve_judge
+    from jaxdelta.eval.loop import GenerationSettings, evaluate_suite, summarize
+    from jaxdelta.eval.suites import load_suite
+
+    if args.limit is not None and args.limit < 1:
+        raise JaxDeltaError(f"--limit must be >= 1, got {args.limit}")
+    if args.batch_size < 1:
+        raise JaxDeltaError(f"--batch-size must be >= 1, got {args.batch_size}")
+    suites = [load_suite(s, args.data_dir) for s in args.suite]
+    if args.limit:
+        suites = [s.head(args.limit) for s in suites]
+    names = [s.name for s in suites]
+    if len(set(names)) != len(names):
+        raise JaxDeltaError(f"two suites share a name ({', '.join(names)}); their caches would collide")
+    judges = [resolve_judge(j) for j in (args.judge or ["gcg", "gcg_short"])]
+    model = jaxdelta.load_model(args.model, dtype=parse_dtype(args.dtype))
+    if args.delta:
+        model = apply_delta_file(model, args.delta)
+    tok = jaxdelta.load_tokenizer(args.model)
+    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                                  top_p=args.top_p, top_k=args.top_k, seed=args.seed, chat=not args.no_chat)
+    out = Path(args.out).expanduser()
+    summary = {"model": str(args.model), "delta": args.delta, "generation": settings.to_dict(), "suites": {}}
+    for suite in suites:
+        records = evaluate_suite(model, tok, suite, judges, out, settings=settings, batch_size=args.batch_size,
+                                 progress=not args.no_progress)
+        summary["suites"][suite.name] = {"source": suite.source,
+                                         **summarize(records, target_phrase=args.target_phrase,
+                                                                     answer_mode=args.answer_mode)}
+    (out / "summary.json").write_text(json.dumps(_finite(summary), indent=2) + "\n")
+    _print_table(summary)
+    print(f"results in {out}")
+    return 0
+
+
+def _print_table(summary: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="jailbroken rate (1 - refusal rate), 95 % bootstrap CI")
+    table.add_column("suite")
+    table.add_column("n", justify="right")
+    judges = sorted({j for s in summary["suites"].values() for j in s["judges"]})
+    for j in judges:
+        table.add_column(j, justify="right")
+    for name, s in summary["suites"].items():
+        cells = []
+        for j in judges:
+            v = s["judges"].get(j)
+            cells.append(f"{100 * v['jailbroken_rate']:.1f} [{100 * v['ci95'][0]:.1f}, {100 * v['ci95'][1]:.1f}]"
+                         if v else "-")
+        table.add_row(name, str(s["n"]), *cells)
+    Console().print(table)
