@@ -17,7 +17,7 @@ from jaxdelta.errors import CheckpointError, UnsupportedModelError
 from jaxdelta.models.llama import LlamaForCausalLM
 from jaxdelta.models.params import get_params
 
-from conftest import run_in_subprocess
+from tests.conftest import run_in_subprocess
 
 TINY = LlamaConfig(vocab_size=260, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
                    num_key_value_heads=2, max_position_embeddings=128)
@@ -172,7 +172,7 @@ def test_unused_tensors_warn(tiny_dir, tmp_path):
 def test_llama2_7b_shapes_without_memory():
     from jaxdelta.models.params import abstract_params
 
-    from test_config import LLAMA2_7B
+    from tests.test_config import LLAMA2_7B
 
     cfg = LlamaConfig.from_hf_dict(LLAMA2_7B)
     model = nnx.eval_shape(lambda: LlamaForCausalLM(cfg, dtype=jnp.bfloat16, rngs=nnx.Rngs(0)))

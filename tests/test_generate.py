@@ -11,7 +11,7 @@ import jaxdelta  # noqa: E402
 from jaxdelta.errors import ContextLengthError, JaxDeltaError  # noqa: E402
 from jaxdelta.eval import generate as gen  # noqa: E402
 
-from hf_models import build_hf  # noqa: E402
+from tests.hf_models import build_hf  # noqa: E402
 
 PROMPTS = ["Hello there", "A much longer prompt about many different things", "x", "Fine-tuning is cheap"]
 

@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 import jaxdelta  # noqa: E402
 from jaxdelta.models.llama import KVCache  # noqa: E402
 
-from hf_models import VARIANTS, build_hf  # noqa: E402
+from tests.hf_models import VARIANTS, build_hf  # noqa: E402
 
 SEQ = 40
 

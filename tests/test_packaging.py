@@ -9,7 +9,7 @@ import zipfile
 
 import pytest
 
-from conftest import REPO
+from tests.conftest import REPO
 
 
 def _declared():

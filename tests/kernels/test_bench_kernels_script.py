@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 
-from conftest import REPO
+from tests.conftest import REPO
 
 
 def test_bench_kernels_smoke(tmp_path):

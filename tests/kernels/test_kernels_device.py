@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from kernel_cases import make_case, tolerance
+from tests.kernels.kernel_cases import make_case, tolerance
 
 from jaxdelta.kernels import (default_impl, delta_matmul, multi_tenant_delta_matmul,
                               multi_tenant_delta_matmul_reference, sign_matmul)

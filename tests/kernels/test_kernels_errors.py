@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from kernel_cases import make_case
+from tests.kernels.kernel_cases import make_case
 
 from jaxdelta.errors import JaxDeltaError
 from jaxdelta.kernels import (BlockSizes, KernelConfigError, check_blocks, choose_blocks, delta_matmul,

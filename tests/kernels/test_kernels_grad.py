@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from kernel_cases import make_case
+from tests.kernels.kernel_cases import make_case
 
 from jaxdelta.kernels import (delta_matmul, delta_matmul_reference, multi_tenant_delta_matmul,
                               multi_tenant_delta_matmul_reference, sign_matmul, sign_matmul_reference)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from kernel_cases import make_case, tolerance
+from tests.kernels.kernel_cases import make_case, tolerance
 
 from jaxdelta.kernels import (BlockSizes, default_impl, delta_matmul, delta_matmul_reference,
                               multi_tenant_delta_matmul, multi_tenant_delta_matmul_reference, sign_matmul,

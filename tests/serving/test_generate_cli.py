@@ -11,7 +11,7 @@ from jaxdelta.cli import main
 from jaxdelta.delta import apply_delta, base_fingerprint, compress, make_compressor, save_delta
 from jaxdelta.models.params import split_params, with_params
 
-from test_serving import CFGS, _finetunes
+from tests.serving.test_serving import CFGS, _finetunes
 
 
 @pytest.fixture(scope="module")
