@@ -25,7 +25,8 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stop", action="append", default=None, help="stop string; repeatable")
     p.add_argument("--delta", action="append", default=None, metavar="FILE",
-                   help="a delta file over --model; repeat for several fine-tunes (tenants) in one batch")
+                   help="a delta file (or BitDelta release .pt) over --model; repeat for several fine-tunes (tenants) "
+                        "in one batch")
     p.add_argument("--merge", action="store_true",
                    help="merge each delta into the base instead of serving it unmerged on the packed-sign kernels")
     p.add_argument("--allow-base-mismatch", action="store_true",
@@ -71,13 +72,14 @@ def _generate_with_deltas(model, tok, args, kw):
     served unmerged (BitDelta, per-matrix or per-row scales) and --merge is not given; otherwise each
     delta merged into the base, one after another."""
     import jaxdelta
-    from jaxdelta.delta import apply_delta, load_delta
+    from jaxdelta.commands.apply import load_any_delta
+    from jaxdelta.delta import apply_delta
     from jaxdelta.eval.generate import GenerationResult
     from jaxdelta.models.params import split_params, with_params
     from jaxdelta.serving import check_servable, unmerged_model
 
     base = split_params(model)[1]
-    deltas = [load_delta(p, base_params=base, allow_base_mismatch=args.allow_base_mismatch) for p in args.delta]
+    deltas = [load_any_delta(p, base, args.allow_base_mismatch) for p in args.delta]
     servable = not args.merge
     if servable:
         try:
