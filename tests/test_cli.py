@@ -111,9 +111,9 @@ def test_console_script_runs_a_subprocess_error_without_traceback(tmp_path):
     assert r.stderr.strip().endswith("no such file or directory")
 
 
-def test_demo_runs_and_matches_transformers(tmp_path, capsys):
+def test_selfcheck_runs_and_matches_transformers(tmp_path, capsys):
     pytest.importorskip("torch")
-    assert main(["demo", "--out", str(tmp_path), "--max-new-tokens", "8"]) == 0
-    report = json.loads((tmp_path / "demo.json").read_text())
+    assert main(["selfcheck", "--out", str(tmp_path), "--max-new-tokens", "8"]) == 0
+    report = json.loads((tmp_path / "selfcheck.json").read_text())
     assert report["transformers"]["identical_tokens"] is True
     assert (tmp_path / "random-llama" / "model.safetensors").exists()

@@ -1,4 +1,4 @@
-"""The README's Python quickstart runs as written (after the demo it relies on)."""
+"""The README's Python quickstart runs as written (after `jaxdelta selfcheck`, whose checkpoint it uses)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ def test_readme_quickstart_runs(tmp_path):
     text = (REPO / "README.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
     assert blocks, "README has no python block"
-    r = subprocess.run([sys.executable, "-m", "jaxdelta.cli", "demo", "--max-new-tokens", "4"], cwd=tmp_path,
+    r = subprocess.run([sys.executable, "-m", "jaxdelta.cli", "selfcheck", "--max-new-tokens", "4"], cwd=tmp_path,
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     for code in blocks:

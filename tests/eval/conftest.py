@@ -8,7 +8,7 @@ import pytest
 @pytest.fixture(scope="session")
 def tiny_hf_dir(tmp_path_factory, byte_tokenizer):
     """A random transformers Llama (vocab 260) saved with the byte tokenizer: (torch model, directory)."""
-    from hf_models import build_hf
+    from tests.hf_models import build_hf
 
     hf = build_hf("llama2_mha", seed=1)
     path = tmp_path_factory.mktemp("tiny_eval_model")
