@@ -150,3 +150,12 @@ def test_chat_template_is_applied(setup):
 def test_bucket():
     assert [gen.bucket(n) for n in (1, 16, 17, 100)] == [16, 16, 32, 128]
     assert gen.bucket(3, minimum=1) == 4
+
+
+def test_pad_batch_left_and_right():
+    ids, mask = gen.pad_batch([[5, 6, 7], [8]], pad_token_id=0, max_len=64)
+    assert ids.shape == (2, 16)
+    assert ids[0, -3:].tolist() == [5, 6, 7] and ids[1, -1] == 8 and mask.sum(1).tolist() == [3, 1]
+    ids, mask = gen.pad_batch([[5, 6, 7]] * 3, pad_token_id=9, max_len=10, left=False)
+    assert ids.shape == (4, 10)  # rows to a power of two, columns capped at max_len
+    assert ids[0, :4].tolist() == [5, 6, 7, 9] and mask[3].sum() == 0

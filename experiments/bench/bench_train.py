@@ -25,6 +25,7 @@ import json
 import math
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -38,12 +39,11 @@ from jaxdelta.models.params import abstract_params
 from jaxdelta.sharding import make_mesh, param_partition_spec
 from jaxdelta.train.trainer import TrainConfig, Trainer
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_generate import SIZES as GENERATE_SIZES  # noqa: E402
+
 SIZES = {
-    "small": dict(vocab_size=32000, hidden_size=512, intermediate_size=1376, num_hidden_layers=8,
-                  num_attention_heads=8, num_key_value_heads=8, max_position_embeddings=2048),
-    "1b": dict(vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
-               num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=8192, tie_word_embeddings=True,
-               rope_theta=500000.0),
+    **GENERATE_SIZES,  # "small" (~60M) and "1b" (Llama-3.2-1B shapes), shared with bench_generate.py
     "7b": dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
                num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096),  # Llama-2-7B
 }

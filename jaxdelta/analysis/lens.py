@@ -53,7 +53,7 @@ def lens_from_ids(model, prompt_ids: Sequence[Sequence[int]], positions: Sequenc
     generation), so the result does not depend on batching.
     """
     from jaxdelta.errors import ContextLengthError
-    from jaxdelta.eval.generate import bucket
+    from jaxdelta.eval.generate import pad_batch
     from jaxdelta.models.params import split_params
 
     prompts = [list(map(int, p)) for p in prompt_ids]
@@ -74,14 +74,10 @@ def lens_from_ids(model, prompt_ids: Sequence[Sequence[int]], positions: Sequenc
     chunks = []
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start:start + batch_size]
-        b = bucket(len(chunk), minimum=1)
-        s = min(bucket(max(map(len, chunk))), ctx)
-        ids = np.full((b, s), pad_token_id, np.int32)
-        mask = np.zeros((b, s), np.int32)
+        ids, mask = pad_batch(chunk, pad_token_id, ctx)
+        b, s = ids.shape
         index = np.full((b, len(positions)), s - 1, np.int32)
         for r, p in enumerate(chunk):
-            ids[r, s - len(p):] = p
-            mask[r, s - len(p):] = 1
             index[r] = [s - len(p) + (q % len(p)) for q in positions]
         lp = _lens_log_probs(graphdef, params, jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(index))
         chunks.append(np.asarray(lp)[:, : len(chunk)])

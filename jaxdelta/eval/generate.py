@@ -39,6 +39,23 @@ def bucket(n: int, minimum: int = 16) -> int:
     return max(minimum, 1 << max(0, math.ceil(math.log2(max(n, 1)))))
 
 
+def pad_batch(seqs: Sequence[Sequence[int]], pad_token_id: int, max_len: int, left: bool = True
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids, mask)`` for token sequences, padded to bucketed shapes: rows to a power of two, columns to
+    a power of two (at least 16) capped at ``max_len`` (never below the longest sequence). Left padding
+    (generation, LogitLens) keeps every row's last token in the last column."""
+    b = bucket(len(seqs), minimum=1)
+    longest = max(map(len, seqs))
+    p = max(min(bucket(longest), max_len), longest)
+    ids = np.full((b, p), pad_token_id, np.int32)
+    mask = np.zeros((b, p), np.int32)
+    for r, seq in enumerate(seqs):
+        cols = slice(p - len(seq), p) if left else slice(0, len(seq))
+        ids[r, cols] = seq
+        mask[r, cols] = 1
+    return ids, mask
+
+
 def _sample(logits, key, temperature, top_p, *, greedy: bool, top_k: int, use_top_p: bool):
     if greedy:
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
@@ -148,15 +165,10 @@ def generate_ids(model, prompt_ids: Sequence[Sequence[int]], *, max_new_tokens: 
         batches = track(batches, description="generating", transient=True)
     for bi, start in enumerate(batches):
         chunk = prompts[start:start + batch_size]
-        b = bucket(len(chunk), minimum=1)
-        p = min(bucket(max(map(len, chunk))), max(ctx, max(map(len, chunk))))
-        ids = np.full((b, p), pad_token_id, np.int32)
-        mask = np.zeros((b, p), np.int32)
+        ids, mask = pad_batch(chunk, pad_token_id, ctx)
+        b, p = ids.shape
         tids = np.zeros((b,), np.int32)
         tids[: len(chunk)] = tenants[start:start + len(chunk)]
-        for r, seq in enumerate(chunk):
-            ids[r, p - len(seq):] = seq
-            mask[r, p - len(seq):] = 1
         cache, logits, next_pos = _prefill(graphdef, params, jnp.asarray(ids), jnp.asarray(mask),
                                            jnp.asarray(tids), cache_len=p + new_bucket)
         key = jax.random.fold_in(jax.random.key(seed), bi)

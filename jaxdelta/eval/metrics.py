@@ -147,7 +147,7 @@ def sequence_token_logprobs(model, sequences: Sequence[Sequence[int]], batch_siz
     lengths. Each must fit the model's context and have at least two tokens.
     """
     from jaxdelta.errors import ContextLengthError
-    from jaxdelta.eval.generate import bucket
+    from jaxdelta.eval.generate import pad_batch
     from jaxdelta.models.params import split_params
 
     seqs = [list(map(int, s)) for s in sequences]
@@ -162,13 +162,7 @@ def sequence_token_logprobs(model, sequences: Sequence[Sequence[int]], batch_siz
     out: list[np.ndarray] = []
     for start in range(0, len(seqs), batch_size):
         chunk = seqs[start:start + batch_size]
-        b = bucket(len(chunk), minimum=1)
-        p = min(bucket(max(map(len, chunk))), ctx)
-        ids = np.full((b, p), pad_token_id, np.int32)
-        mask = np.zeros((b, p), np.int32)
-        for r, s in enumerate(chunk):
-            ids[r, :len(s)] = s
-            mask[r, :len(s)] = 1
+        ids, mask = pad_batch(chunk, pad_token_id, ctx, left=False)
         lp = np.asarray(_token_logprobs(graphdef, params, jnp.asarray(ids), jnp.asarray(mask)))
         out.extend(lp[r, :len(s) - 1].astype(np.float64) for r, s in enumerate(chunk))
     return out
