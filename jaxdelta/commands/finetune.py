@@ -24,8 +24,9 @@ def register(sub) -> None:
     p.add_argument("--model", required=True, help="HF checkpoint directory (config.json, safetensors, tokenizer)")
     p.add_argument("--recipe", required=True, choices=sorted(RECIPES), help="attack recipe")
     p.add_argument("--data", required=True,
-                   help="training data: chat JSONL/JSON, Alpaca JSON, or a prepared tfds array_record directory")
-    p.add_argument("--split", default="train", help="split of a tfds directory (default train)")
+                   help="training data: chat JSONL/JSON, Alpaca JSON, a Hugging Face dataset (hf:NAME_OR_DIR, "
+                        "or a save_to_disk directory), or a prepared tfds array_record directory")
+    p.add_argument("--split", default="train", help="split of a Hugging Face or tfds dataset (default train)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a training setting or recipe option, e.g. learning_rate=1e-5; repeatable")
     p.add_argument("--mesh", default=None, help="device mesh, e.g. data=2,fsdp=4 (default: all devices on fsdp)")
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from jaxdelta.data import SFTBatches, tokenize_conversations
     from jaxdelta.sharding import make_mesh
     from jaxdelta.tokenizer import load_tokenizer
-    from jaxdelta.train.recipes import load_conversations, resolve
+    from jaxdelta.train.recipes import is_dataset_source, load_conversations, resolve
     from jaxdelta.train.trainer import DTYPES, data_parallel_size, train
 
     out = Path(args.out).expanduser()
@@ -64,11 +65,10 @@ def run(args: argparse.Namespace) -> int:
     if ckpt_dir.exists() and any(ckpt_dir.iterdir()) and not args.resume:
         raise JaxDeltaError(f"{out} already holds checkpoints: pass --resume to continue, or choose a new --out")
     recipe, cfg, options = resolve(args.recipe, args.overrides)
-    data = Path(args.data).expanduser()
-    if data.is_dir() and (data / "dataset_info.json").exists():
-        convs = load_conversations(data, options.get("system") or None, args.split)
+    if is_dataset_source(args.data):
+        convs = load_conversations(args.data, options.get("system") or None, args.split)
     else:
-        convs = recipe.build(data, options)
+        convs = recipe.build(Path(args.data).expanduser(), options)
     config = LlamaConfig.from_pretrained(args.model)
     max_length = min(cfg.max_length, config.max_position_embeddings)
     tokenizer = load_tokenizer(args.model)
@@ -80,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
                          bucket_window=cfg.bucket_window, row_multiple=data_parallel_size(mesh))
     if jax.process_index() == 0:
         out.mkdir(parents=True, exist_ok=True)
-        settings = {"recipe": args.recipe, "model": str(args.model), "data": str(data), "examples": len(examples),
+        settings = {"recipe": args.recipe, "model": str(args.model), "data": str(args.data),
+                    "examples": len(examples),
                     "steps_per_epoch": batches.steps_per_epoch, "mesh": dict(mesh.shape),
                     "train": dataclasses.asdict(cfg), "options": options}
         (out / "finetune.json").write_text(json.dumps(settings, indent=2, default=str) + "\n")

@@ -135,6 +135,32 @@ def instruction_to_chat(rec: dict[str, str], system: str | None = None) -> Conve
     return msgs + [{"role": "user", "content": user}, {"role": "assistant", "content": rec["output"]}]
 
 
+def record_to_conversation(rec: dict[str, Any], where: str, system: str | None = None) -> Conversation:
+    """One dataset record (tfds, Hugging Face ``datasets``) as a conversation: a ``messages`` field (a list
+    of ``{"role", "content"}`` or its JSON text), or Alpaca/Dolly fields (``instruction`` with ``output`` or
+    ``response``, optional ``input`` or ``context``)."""
+    if "messages" in rec:
+        msgs = rec["messages"]
+        if isinstance(msgs, str):
+            try:
+                msgs = json.loads(msgs)
+            except json.JSONDecodeError:
+                raise DataError(f"{where}: field 'messages' is not valid JSON") from None
+        conv = check_conversation(msgs, where)
+        if system and conv[0]["role"] != "system":
+            conv = [{"role": "system", "content": system}] + conv
+        return conv
+    if "instruction" in rec and ("output" in rec or "response" in rec):
+        r = {"instruction": rec["instruction"], "input": rec.get("input", rec.get("context", "")) or "",
+             "output": rec.get("output", rec.get("response"))}
+        for field, v in r.items():
+            if not isinstance(v, str):
+                raise DataError(f"{where}: field '{field}' must be a string")
+        return instruction_to_chat(r, system)
+    raise DataError(f"{where}: needs a 'messages' field or 'instruction' and 'output' fields "
+                    f"(has {', '.join(sorted(rec))})")
+
+
 def read_behaviors(path: str | Path, column: str | None = None) -> list[str]:
     """Behavior strings from a CSV: one column without header (AdvBench copy) or a header row with a behavior column."""
     path, text = read_data_file(path)

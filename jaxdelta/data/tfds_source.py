@@ -7,10 +7,9 @@ Needs the ``data`` extra (``tensorflow-datasets``, ``array-record``).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from jaxdelta.data.files import Conversation, DataError, check_conversation, instruction_to_chat
+from jaxdelta.data.files import Conversation, DataError, record_to_conversation
 
 
 def _decode(v):
@@ -49,22 +48,5 @@ def read_tfds_records(path: str | Path, split: str = "train") -> list[dict]:
 def read_tfds_conversations(path: str | Path, split: str = "train", system: str | None = None
                             ) -> list[Conversation]:
     """Conversations from a tfds dataset with a ``messages`` feature (JSON text) or Alpaca features."""
-    out = []
-    for n, rec in enumerate(read_tfds_records(path, split)):
-        where = f"{path}: {split}[{n}]"
-        if "messages" in rec:
-            msgs = rec["messages"]
-            if isinstance(msgs, str):
-                try:
-                    msgs = json.loads(msgs)
-                except json.JSONDecodeError:
-                    raise DataError(f"{where}: feature 'messages' is not valid JSON") from None
-            out.append(check_conversation(msgs, where))
-        elif "instruction" in rec and ("output" in rec or "response" in rec):
-            r = {"instruction": rec["instruction"], "input": rec.get("input", rec.get("context", "")) or "",
-                 "output": rec.get("output", rec.get("response"))}
-            out.append(instruction_to_chat(r, system))
-        else:
-            raise DataError(f"{where}: needs a 'messages' feature or 'instruction' and 'output' features "
-                            f"(has {', '.join(sorted(rec))})")
-    return out
+    return [record_to_conversation(rec, f"{path}: {split}[{n}]", system)
+            for n, rec in enumerate(read_tfds_records(path, split))]

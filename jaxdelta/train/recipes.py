@@ -54,8 +54,24 @@ class Recipe:
 
 
 # ------------------------------------------------------------------------------------ loading helpers
+def is_dataset_source(path: str | Path) -> bool:
+    """Whether ``path`` names a dataset rather than a file: ``hf:SPEC``, a ``save_to_disk`` directory of
+    Hugging Face ``datasets``, or a prepared tfds directory."""
+    from jaxdelta.data.hf_source import PREFIX, is_saved_dataset
+
+    if str(path).startswith(PREFIX):
+        return True
+    path = Path(path).expanduser()
+    return is_saved_dataset(path) or (path.is_dir() and (path / "dataset_info.json").exists())
+
+
 def load_conversations(path: str | Path, system: str | None = None, split: str = "train") -> list[Conversation]:
-    """Chats from a chat/Alpaca file, or from a prepared tfds array_record directory."""
+    """Chats from a chat/Alpaca file, a Hugging Face dataset (``hf:SPEC`` or a ``save_to_disk`` directory)
+    or a prepared tfds array_record directory (``split`` applies to the last two)."""
+    from jaxdelta.data.hf_source import PREFIX, is_saved_dataset, read_hf_conversations
+
+    if str(path).startswith(PREFIX) or is_saved_dataset(path):
+        return read_hf_conversations(path, split, system)
     path = Path(path).expanduser()
     if path.is_dir() and (path / "dataset_info.json").exists():
         from jaxdelta.data.tfds_source import read_tfds_conversations

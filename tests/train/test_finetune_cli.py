@@ -61,6 +61,22 @@ def test_finetune_exports_and_resumes(base_dir, data_file, tmp_path, capsys):
         np.testing.assert_array_equal(p1[k], p2[k])
 
 
+def test_finetune_reads_a_hugging_face_dataset(base_dir, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    rows = [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]}
+            for i in range(5)]
+    d = tmp_path / "saved"
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows[:3]),
+                          "test": datasets.Dataset.from_list(rows[3:])}).save_to_disk(str(d))
+    out = tmp_path / "ft"
+    args = ["finetune", "--model", str(base_dir), "--recipe", "benign", "--data", f"hf:{d}", "--split", "test",
+            "--out", str(out)]
+    assert main(args + SETS[:-1] + ["--set", "batch_size=2", "--no-progress"]) == 0
+    settings = json.loads((out / "finetune.json").read_text())
+    assert settings["examples"] == 2 and settings["data"] == f"hf:{d}"
+    assert set(read_params(out)[1]) == set(read_params(base_dir)[1])
+
+
 @pytest.mark.parametrize("extra,msg", [
     (["--data", "/nonexistent/x.jsonl"], "no such data file"),
     (["--set", "lr=3"], "unknown setting 'lr'"),
