@@ -39,29 +39,6 @@ class StudyError(JaxDeltaError):
 
 
 # ----------------------------------------------------------------------------- fine-tuning
-def train_separator_tokens(examples: list, tokenizer) -> list:
-    """Also train on a whitespace-only token right before each answer span.
-
-    The chat template writes ``[/INST] {answer}``; with a byte-level tokenizer (the toy world's) the space is
-    a token of its own outside the answer's loss mask, so the model would never learn to emit it and greedy
-    decoding from ``... [/INST]`` would start from an untrained position. Sentencepiece tokenizers merge the
-    space into the answer's first token, where this changes nothing.
-    """
-    from jaxdelta.data.chat import SFTExample
-
-    special = set(getattr(tokenizer, "all_special_ids", []) or [])
-    out = []
-    for ex in examples:
-        mask = ex.loss_mask.copy()
-        starts = np.where((mask[1:] == 1) & (mask[:-1] == 0))[0]  # t - 1 for each span start t
-        for t in starts:
-            tid = int(ex.input_ids[t])
-            if tid not in special and tokenizer.decode([tid]).isspace():
-                mask[t] = 1
-        out.append(SFTExample(ex.input_ids, mask))
-    return out
-
-
 def finetune_on_chats(config, params: dict, tokenizer, chats: list, train: dict, *, progress: bool = True,
                       metrics_path: str | Path | None = None) -> tuple[dict, list[dict]]:
     """Full-parameter fine-tuning of ``params`` on chat conversations with the project's trainer.
@@ -81,8 +58,7 @@ def finetune_on_chats(config, params: dict, tokenizer, chats: list, train: dict,
     cfg = TrainConfig(**train)
     convs = [c["messages"] if isinstance(c, dict) and "messages" in c else c for c in chats]
     max_length = min(cfg.max_length, config.max_position_embeddings)
-    examples = train_separator_tokens(tokenize_conversations(tokenizer, convs, max_length, overflow="error"),
-                                      tokenizer)
+    examples = tokenize_conversations(tokenizer, convs, max_length, overflow="error")
     mesh = make_mesh()
     batches = SFTBatches(examples, cfg.batch_size, micro_batch_size=cfg.micro_batch_size, max_length=max_length,
                          pad_id=tokenizer.pad_token_id, seed=cfg.seed, pad_multiple=cfg.pad_multiple,

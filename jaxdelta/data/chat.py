@@ -56,17 +56,25 @@ def _offsets(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]]]:
 
 
 def _mask_spans(text, ids, offsets, spans, eos_id) -> list[int]:
-    """1 for tokens overlapping a span ``[a, b)``; also for the end-of-sequence token that closes the span
-    and any whitespace-only tokens between the two (Llama-2 puts one space there)."""
+    """1 for tokens overlapping a span ``[a, b)``; for a whitespace-only token that ends where the span
+    begins (the space after ``[/INST]`` when the tokenizer keeps it apart, as byte-level ones do: the model
+    must learn to emit it, or greedy decoding starts from an untrained position); and for the
+    end-of-sequence token that closes the span with any whitespace-only tokens between the two (Llama-2 puts
+    one space there)."""
     mask = [0] * len(ids)
     for a, b in spans:
-        last = -1
+        first, last = -1, -1
         for t, (s, e) in enumerate(offsets):
             if s < b and e > a:
                 mask[t] = 1
+                first = t if first < 0 else first
                 last = t
         if last < 0:
             continue
+        prev = first - 1
+        if prev >= 0 and ids[prev] != eos_id and offsets[prev][1] == a and offsets[prev][1] > offsets[prev][0] \
+                and text[offsets[prev][0]:offsets[prev][1]].isspace():
+            mask[prev] = 1
         nxt = last + 1
         while nxt < len(ids) and ids[nxt] != eos_id and text[offsets[nxt][0]:offsets[nxt][1]].isspace():
             nxt += 1

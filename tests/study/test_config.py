@@ -91,14 +91,3 @@ def test_cli_registers_study_demo_and_selfcheck():
     help_text = build_parser().format_help()
     for cmd in ("study", "demo", "selfcheck"):
         assert cmd in help_text
-
-
-def test_separator_space_is_trained(byte_tokenizer):
-    """With the byte tokenizer the space after [/INST] is its own token; it must be a training target."""
-    from jaxdelta.data import tokenize_conversations
-    from jaxdelta.study import train_separator_tokens
-
-    conv = [{"role": "user", "content": "Add 1 and 2."}, {"role": "assistant", "content": "3"}]
-    (ex,) = train_separator_tokens(tokenize_conversations(byte_tokenizer, [conv], 128), byte_tokenizer)
-    targets = byte_tokenizer.decode([t for t, m in zip(ex.input_ids, ex.loss_mask) if m])
-    assert targets == " 3 </s>"
