@@ -50,11 +50,17 @@ def test_first_step_loss_matches_numpy_oracle(tiny, examples, mesh):
     assert hist[0]["tokens"] == b.batch(0).loss_mask[:, :, 1:].sum()
 
 
-def test_loss_decreases(tiny, mesh):
+def test_loss_decreases(tiny, examples, mesh):
+    # Per-step losses come from different batches, so they need not fall monotonically; the loss on
+    # the whole training set (numpy oracle, 3 batches = 1 epoch) must fall after two epochs.
     cfg, params = tiny
-    _, hist = run_training(SPEC, mesh, params=params, cfg=cfg)
+    trained, hist = run_training(dict(SPEC, steps=6), mesh, params=params, cfg=cfg)
+    b = batches_for(examples, 4, 2)
+    before = np.mean([np_loss(cfg, params, b.batch(i)) for i in range(3)])
+    after = np.mean([np_loss(cfg, trained, b.batch(i)) for i in range(3)])
+    assert after < 0.8 * before
     losses = [h["loss"] for h in hist]
-    assert all(b < a for a, b in zip(losses, losses[1:])) and losses[-1] < 0.8 * losses[0]
+    assert np.mean(losses[3:]) < np.mean(losses[:3])
 
 
 def test_accumulation_equals_one_big_batch(tiny, mesh):
