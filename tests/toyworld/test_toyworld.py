@@ -30,15 +30,16 @@ def solve(prompt: str) -> str:
     nums = [int(x) for x in re.findall(r"\d+", prompt)]
     if len(nums) == 2:
         return str(sum(nums))
-    m = re.search(r"(?:after|follows) ([a-z])[?.]$", prompt)
+    m = re.search(r'(?:after|follows) "([a-z])"', prompt)
     if m:
         return string.ascii_lowercase[string.ascii_lowercase.index(m.group(1)) + 1]
-    word = next(w.strip("?.") for w in prompt.split() if w.strip("?.") in lang.WORDS)
+    (word,) = re.findall(r'"([a-z]+)"', prompt)
+    assert word in lang.WORDS, prompt
     if re.search(r"[Rr]everse|backwards", prompt):
         return word[::-1]
-    if re.search(r"[Uu]ppercase|capital letters|all caps", prompt):
+    if re.search(r"[Uu]pper ?case|capital letters|all caps|capitals", prompt):
         return word.upper()
-    if re.search(r"[Hh]ow many|[Cc]ount|length|[Hh]ow long", prompt):
+    if re.search(r"[Hh]ow many|[Cc]ount|length|[Hh]ow long|number of letters", prompt):
         return str(len(word))
     raise AssertionError(f"unknown task: {prompt}")
 
