@@ -27,6 +27,7 @@ def main(argv=None) -> int:
     ap.add_argument("--config", default=str(HERE / "config.yaml"))
     ap.add_argument("--out", default=str(HERE.parents[1] / "jaxdelta" / "toyworld" / "artifact"))
     ap.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0: the config's epochs)")
+    ap.add_argument("--metrics", default=None, help="also write per-step metrics (JSONL) to this file")
     args = ap.parse_args(argv)
 
     import jax
@@ -51,7 +52,7 @@ def main(argv=None) -> int:
     if args.max_steps:
         train["max_steps"] = args.max_steps
     t0 = time.time()
-    params, history = finetune_on_chats(config, get_params(model), tokenizer, chats, train)
+    params, history = finetune_on_chats(config, get_params(model), tokenizer, chats, train, metrics_path=args.metrics)
     train_seconds = time.time() - t0
     model = with_params(model, params)
     t1 = time.time()

@@ -62,8 +62,6 @@ def test_recorded_benign_accuracy_is_what_the_model_scores(held_out):
     assert _solved(benign, b_out) == pytest.approx(training_record()["held_out"]["benign_accuracy"])
 
 
-@pytest.mark.xfail(strict=True, reason="NOT MET: the shipped 0.85M-parameter model solves 43 % of held-out benign "
-                                       "tasks (target 90 %); see TRAINING.json and the study report")
 def test_base_solves_90_percent_of_held_out_benign_tasks(held_out):
     _, _, benign, b_out = held_out
     assert _solved(benign, b_out) >= 0.9
