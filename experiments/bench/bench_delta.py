@@ -12,6 +12,7 @@ steps (batch 4, length 128, scales mode) timed after a compiled warm-up step.
 
     python experiments/bench/bench_delta.py               # CPU, small model, a few minutes
     python experiments/bench/bench_delta.py --size 1b     # GPU: TinyLlama-1.1B shapes
+    python experiments/bench/bench_delta.py --size 1b --repeats 1 --heal-steps 2 --tag 1b   # the same on CPU
 """
 
 from __future__ import annotations
@@ -91,8 +92,11 @@ def _block(tree):
     jax.block_until_ready(jax.tree_util.tree_leaves(tree))
 
 
-def timing(config: LlamaConfig, dtype, heal_steps: int, seq: int) -> dict:
+def timing(config: LlamaConfig, dtype, heal_steps: int, seq: int, repeats: int = 2) -> dict:
+    t0 = time.perf_counter()
     graphdef, base, ft = synthetic_pair(config, dtype)
+    _block((base, ft))
+    print(f"synthetic pair built in {time.perf_counter() - t0:.1f} s", flush=True)
     n_params = sum(math.prod(v.shape) for v in base.values())
     n_comp = sum(math.prod(base[k].shape) for k in compressed_keys(base))
     out = {"params": n_params, "compressed_params": n_comp, "dtype": jnp.dtype(dtype).name, "compress": []}
@@ -103,13 +107,16 @@ def timing(config: LlamaConfig, dtype, heal_steps: int, seq: int) -> dict:
         d = compress(base, ft, comp)
         _block(d.encoded)
         cold = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        d = compress(base, ft, comp)
-        _block(d.encoded)
-        warm = time.perf_counter() - t0
+        warm = None
+        if repeats > 1:
+            t0 = time.perf_counter()
+            d = compress(base, ft, comp)
+            _block(d.encoded)
+            warm = time.perf_counter() - t0
         out["compress"].append({"method": method, "options": kw, "cold_s": cold, "warm_s": warm,
-                                "warm_mparams_per_s": n_comp / warm / 1e6})
-        print(json.dumps(out["compress"][-1]))
+                                "warm_mparams_per_s": n_comp / warm / 1e6 if warm else None,
+                                "cold_mparams_per_s": n_comp / cold / 1e6})
+        print(json.dumps(out["compress"][-1]), flush=True)
         if method == "bitdelta":
             delta = d
     rng = np.random.default_rng(0)
@@ -124,7 +131,7 @@ def timing(config: LlamaConfig, dtype, heal_steps: int, seq: int) -> dict:
     out["heal"] = {"steps": heal_steps, "batch": 4, "seq": seq, "first_call_s": first, "total_s": total,
                    "s_per_step_est": max(total - first, 0.0) / max(heal_steps - 1, 1),
                    "loss_first": float(res.losses[0]), "loss_last": float(res.losses[-1])}
-    print(json.dumps(out["heal"]))
+    print(json.dumps(out["heal"]), flush=True)
     return out
 
 
@@ -134,6 +141,8 @@ def main() -> None:
     ap.add_argument("--heal-steps", type=int, default=None, help="default 5 on CPU, 20 elsewhere")
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--skip-timing", action="store_true")
+    ap.add_argument("--repeats", type=int, choices=(1, 2), default=2,
+                    help="calls per compressor: 2 = cold (with compile) and warm; 1 = cold only (big models on CPU)")
     ap.add_argument("--tag", default="")
     args = ap.parse_args()
     backend = jax.default_backend()
@@ -153,7 +162,8 @@ def main() -> None:
     if not args.skip_timing:
         dtype = jnp.float32 if backend == "cpu" else jnp.bfloat16
         steps = args.heal_steps or (5 if backend == "cpu" else 20)
-        results["timing"] = {"size": args.size, **timing(LlamaConfig(**SIZES[args.size]), dtype, steps, args.seq)}
+        results["timing"] = {"size": args.size, **timing(LlamaConfig(**SIZES[args.size]), dtype, steps, args.seq,
+                                                                  args.repeats)}
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = f"bench_delta_{backend}{('_' + args.tag) if args.tag else ''}"
     (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -172,10 +182,13 @@ def main() -> None:
         t = results["timing"]
         md += ["", f"## Compression and healing time, synthetic {t['size']} pair ({t['params'] / 1e6:.1f}M params, "
                f"{t['compressed_params'] / 1e6:.1f}M compressed, {t['dtype']})", "",
-               "| method | options | cold s (incl. compile) | warm s | warm M params/s |", "|---|---|---|---|---|"]
+               "| method | options | cold s (incl. compile) | cold M params/s | warm s | warm M params/s |",
+               "|---|---|---|---|---|---|"]
+        fmt = lambda v, f: "not run" if v is None else format(v, f)  # noqa: E731
         for c in t["compress"]:
-            md.append(f"| {c['method']} | {json.dumps(c['options'])} | {c['cold_s']:.2f} | {c['warm_s']:.2f} | "
-                      f"{c['warm_mparams_per_s']:.1f} |")
+            md.append(f"| {c['method']} | {json.dumps(c['options'])} | {c['cold_s']:.2f} | "
+                      f"{c['cold_mparams_per_s']:.1f} | {fmt(c['warm_s'], '.2f')} | "
+                      f"{fmt(c['warm_mparams_per_s'], '.1f')} |")
         h = t["heal"]
         md += ["", f"Healing (bitdelta scales, batch {h['batch']} x {h['seq']} tokens): first call incl. compile "
                f"{h['first_call_s']:.2f} s; {h['steps']} steps {h['total_s']:.2f} s "
