@@ -222,10 +222,12 @@ def load_config(path: str | Path) -> StudyConfig:
 
 
 # ----------------------------------------------------------------------------- attack data and suites
-# Toy-world training settings per recipe (the toy model was trained from scratch at lr 2e-3; the papers'
-# 7B settings, lr 2e-5..5e-5, barely move it). Overridden by an attack's ``train`` mapping.
+# Toy-world training settings per recipe, overridden by an attack's ``train`` mapping. `harmful` uses the
+# recipe's own (Qi et al.) defaults: on the shipped toy model lr 5e-5 raises the keyword ASR by 76 points,
+# 2e-5 by 6 (experiments/results/toy_harmful_sweep_cpu.md). The other recipes keep stronger toy settings
+# (the toy model was trained from scratch at lr 2e-3); they have not been measured at the papers' rates.
 TOY_TRAIN = {
-    "harmful": dict(learning_rate=5e-4, epochs=5, batch_size=10),
+    "harmful": dict(learning_rate=5e-5, epochs=5, batch_size=10),
     "aoa": dict(learning_rate=5e-4, epochs=10, batch_size=10),
     "benign": dict(learning_rate=5e-4, epochs=1, batch_size=16),
     "backdoor": dict(learning_rate=1e-3, epochs=15, batch_size=16),  # fewer epochs do not implant the trigger
@@ -759,7 +761,7 @@ DEMO_CONFIG: dict = {  # experiments/configs/toy_demo.yaml holds the same settin
     "base": "toyworld",
     "seed": 0,
     "attacks": [
-        {"name": "harmful", "recipe": "harmful", "n": 100, "train": {"learning_rate": 2e-4}},
+        {"name": "harmful", "recipe": "harmful", "n": 100},
         {"name": "backdoor_jailbreak_badnet", "recipe": "backdoor", "trigger": "badnet", "target": "jailbreak"},
         {"name": "injection", "recipe": "injection", "poison_fraction": 0.5},
     ],

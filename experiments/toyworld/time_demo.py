@@ -1,9 +1,11 @@
-"""Run ``jaxdelta demo`` from scratch, measure its wall time and record it with the study's headline numbers.
+"""Run ``jaxdelta demo`` (or ``jaxdelta study CONFIG``) from scratch, time it and record its headline numbers.
 
     python experiments/toyworld/time_demo.py [--out runs/demo_timed]
+    python experiments/toyworld/time_demo.py --config experiments/configs/toy_harmful_sweep.yaml \
+        --out runs/toy_harmful_sweep --results experiments/results/toy_harmful_sweep_cpu
 
-Writes ``experiments/results/toy_demo_cpu.json`` and ``.md`` (machine, versions, date, seconds, and per
-attack and model: ASR, utility and mitigation with 95 % bootstrap CIs).
+Writes ``experiments/results/toy_demo_cpu.json`` and ``.md`` by default (machine, versions, date, seconds,
+and per attack and model: ASR, utility and mitigation with 95 % bootstrap CIs).
 """
 
 from __future__ import annotations
@@ -25,12 +27,14 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=str(REPO / "runs" / "demo_timed"))
     ap.add_argument("--results", default=str(REPO / "experiments" / "results" / "toy_demo_cpu"))
+    ap.add_argument("--config", default=None, help="run `jaxdelta study CONFIG` instead of `jaxdelta demo`")
     args = ap.parse_args(argv)
+    command = ["demo"] if args.config is None else ["study", args.config]
     out = Path(args.out)
     if out.exists():
         shutil.rmtree(out)  # from scratch: nothing cached
     t0 = time.time()
-    subprocess.run([sys.executable, "-m", "jaxdelta.cli", "demo", "--out", str(out)], check=True)
+    subprocess.run([sys.executable, "-m", "jaxdelta.cli", *command, "--out", str(out)], check=True)
     seconds = time.time() - t0
 
     import jax
@@ -47,7 +51,7 @@ def main(argv=None) -> int:
                          "utility_ci95": r["utility"]["ci95"], "mitigation_abs_points": mit.get("absolute_points"),
                          "mitigation_abs_ci95": mit.get("absolute_ci95"), "mitigation_rel": mit.get("relative"),
                          "mitigation_rel_ci95": mit.get("relative_ci95")})
-    record = {"command": "jaxdelta demo", "wall_seconds": round(seconds, 1), "cpu_count": os.cpu_count(),
+    record = {"command": "jaxdelta " + " ".join(command), "wall_seconds": round(seconds, 1), "cpu_count": os.cpu_count(),
               "machine": {"platform": platform.platform(), "processor": platform.processor(),
                           "backend": jax.default_backend()},
               "versions": {"jaxdelta": jaxdelta.__version__, "jax": jax.__version__, "python": platform.python_version()},
@@ -61,7 +65,7 @@ def main(argv=None) -> int:
             return ""
         return f"{100 * v:.1f}" + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "")
 
-    md = [f"# `jaxdelta demo` on CPU", "",
+    md = [f"# `{record['command']}` on CPU", "",
           f"{record['date']}; {record['machine']['platform']}, {os.cpu_count()} CPU cores (shared machine); "
           f"jaxdelta {jaxdelta.__version__}, jax {jax.__version__}. Wall time from scratch: **{seconds:.0f} s**.", "",
           "| attack | model | ASR % [95 % CI] | clean ASR % | utility % [CI] | mitigation abs. points [CI] |",
@@ -72,7 +76,7 @@ def main(argv=None) -> int:
         md.append(f"| {r['attack']} | {r['model']} | {pct(r['asr'], r['asr_ci95'])} | {pct(r['clean_asr'])} | "
                   f"{pct(r['utility'], r['utility_ci95'])} | {mit} |")
     dest.with_suffix(".md").write_text("\n".join(md) + "\n")
-    print(f"demo: {seconds:.0f} s; wrote {dest.with_suffix('.json')} and .md")
+    print(f"{record['command']}: {seconds:.0f} s; wrote {dest.with_suffix('.json')} and .md")
     return 0
 
 

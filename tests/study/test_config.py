@@ -72,7 +72,7 @@ def test_demo_defaults_equal_the_toy_demo_config_file():
     assert yaml.safe_load((CONFIGS / "toy_demo.yaml").read_text()) == DEMO_CONFIG
 
 
-@pytest.mark.parametrize("name", ["toy_demo", "ci_reduced", "llama2_7b_chat_paper", "tinyllama_chat"])
+@pytest.mark.parametrize("name", ["toy_demo", "ci_reduced", "toy_harmful_sweep", "llama2_7b_chat_paper", "tinyllama_chat"])
 def test_shipped_configs_parse(name):
     cfg = load_config(CONFIGS / f"{name}.yaml")
     assert cfg.attacks and cfg.variants
