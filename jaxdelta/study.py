@@ -227,7 +227,7 @@ def load_config(path: str | Path) -> StudyConfig:
 # 2e-5 by 6 (experiments/results/toy_harmful_sweep_cpu.md). The other recipes keep stronger toy settings
 # (the toy model was trained from scratch at lr 2e-3); they have not been measured at the papers' rates.
 TOY_TRAIN = {
-    "harmful": dict(learning_rate=5e-5, epochs=5, batch_size=10),
+    "harmful": dict(learning_rate=5e-5, epochs=5, batch_size=10),  # = RECIPES["harmful"].train (a test checks)
     "aoa": dict(learning_rate=5e-4, epochs=10, batch_size=10),
     "benign": dict(learning_rate=5e-4, epochs=1, batch_size=16),
     "backdoor": dict(learning_rate=1e-3, epochs=15, batch_size=16),  # fewer epochs do not implant the trigger

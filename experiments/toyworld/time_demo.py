@@ -51,7 +51,8 @@ def main(argv=None) -> int:
                          "utility_ci95": r["utility"]["ci95"], "mitigation_abs_points": mit.get("absolute_points"),
                          "mitigation_abs_ci95": mit.get("absolute_ci95"), "mitigation_rel": mit.get("relative"),
                          "mitigation_rel_ci95": mit.get("relative_ci95")})
-    record = {"command": "jaxdelta " + " ".join(command), "wall_seconds": round(seconds, 1), "cpu_count": os.cpu_count(),
+    record = {"command": "jaxdelta " + " ".join(command), "wall_seconds": round(seconds, 1),
+              "cpu_count": os.cpu_count(),
               "machine": {"platform": platform.platform(), "processor": platform.processor(),
                           "backend": jax.default_backend()},
               "versions": {"jaxdelta": jaxdelta.__version__, "jax": jax.__version__, "python": platform.python_version()},

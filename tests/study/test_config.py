@@ -72,6 +72,14 @@ def test_demo_defaults_equal_the_toy_demo_config_file():
     assert yaml.safe_load((CONFIGS / "toy_demo.yaml").read_text()) == DEMO_CONFIG
 
 
+def test_toy_harmful_attack_uses_the_recipe_defaults():
+    from jaxdelta.study import TOY_TRAIN
+    from jaxdelta.train.recipes import RECIPES
+
+    assert TOY_TRAIN["harmful"] == {k: RECIPES["harmful"].train[k] for k in TOY_TRAIN["harmful"]}
+    assert set(TOY_TRAIN["harmful"]) == {"learning_rate", "epochs", "batch_size"}
+
+
 @pytest.mark.parametrize("name", ["toy_demo", "ci_reduced", "toy_harmful_sweep", "llama2_7b_chat_paper", "tinyllama_chat"])
 def test_shipped_configs_parse(name):
     cfg = load_config(CONFIGS / f"{name}.yaml")
